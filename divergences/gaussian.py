@@ -39,7 +39,7 @@ def _check_alpha(alpha):
     alpha = float(alpha)
   except TypeError as error:
     raise TypeError(
-      "alpha must be a concrete number, not a traced value; pass it as a "
+      "alpha must be a concrete number, not a traced value. Pass it as a "
       "static argument under jax.jit"
     ) from error
   if not (np.isfinite(alpha) and alpha > 0):
@@ -178,7 +178,8 @@ def gaussian_kl_diag(p_mean, p_scale, q_mean, q_scale):
     {\sigma_{q,i}^2} - 1 - \log\frac{\sigma_{p,i}^2}{\sigma_{q,i}^2}
     + \frac{(\mu_{p,i} - \mu_{q,i})^2}{\sigma_{q,i}^2}\Big)
 
-  The four arguments broadcast together; the means must share the last axis.
+  The four arguments broadcast together, and the means must share the last
+  axis.
   Inputs of any float dtype are computed in float32, or in float64 when any
   input is float64.
 
@@ -276,8 +277,8 @@ def gaussian_squared_hellinger_diag(p_mean, p_scale, q_mean, q_scale):
     \quad D_B = \tfrac12 D_{1/2}(P\|Q)
 
   The Bhattacharyya distance :math:`D_B` is half the Renyi divergence of
-  order 1/2. This convention puts H^2 in [0, 1]; the f-divergence with
-  generator :math:`(\sqrt{u} - 1)^2` is twice this value.
+  order 1/2. This convention puts H^2 in [0, 1] and matches the
+  f-divergence with generator :math:`(\sqrt{u} - 1)^2 / 2`.
 
   Args:
     p_mean: mean of P, shape ``[..., dim]``.
@@ -374,7 +375,7 @@ def _renyi_full(p_mean, p_cov, q_mean, q_cov, alpha):
   finite = jnp.ones(mixed_cov.shape[:-2], dtype=bool)
   if alpha > 1.0:
     # A failed Cholesky factor contains NaN. Rows whose mixed covariance is
-    # not positive definite are refactored from the identity (double where).
+    # not positive definite factor the identity instead (double where).
     failed_chol = jnp.isnan(jnp.linalg.cholesky(mixed_cov))
     finite = ~jnp.any(failed_chol, axis=(-2, -1))
     identity = jnp.eye(mixed_cov.shape[-1], dtype=mixed_cov.dtype)
@@ -441,8 +442,8 @@ def gaussian_squared_hellinger(p_mean, p_cov, q_mean, q_cov):
 
   with :math:`\bar\Sigma = (\Sigma_p + \Sigma_q) / 2`. The Bhattacharyya
   distance :math:`D_B` is half the Renyi divergence of order 1/2. This
-  convention puts H^2 in [0, 1]; the f-divergence with generator
-  :math:`(\sqrt{u} - 1)^2` is twice this value.
+  convention puts H^2 in [0, 1] and matches the f-divergence with generator
+  :math:`(\sqrt{u} - 1)^2 / 2`.
 
   Args:
     p_mean: mean of P, shape ``[..., dim]``.
