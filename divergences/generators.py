@@ -38,6 +38,8 @@ class Generator:
     activation: the f-GAN output activation, mapping R into the domain of
       f* (the one listed by Nowozin et al. 2016, "f-GAN", rescaled to the
       f used here, or slope_at_infinity - softplus(-v) where it lists none).
+      NOTE: in float32 a bounded activation rounds onto the boundary of the
+      domain for v above about 15, where f* is +inf.
     f_at_zero: f(0) = lim_{u -> 0} f(u), the weight of q where p = 0.
     slope_at_infinity: lim_{u -> inf} f(u) / u, the weight of p where q = 0.
     f_of_log_ratio: f(exp(log_r)) evaluated from the log ratio log_r without
@@ -123,36 +125,43 @@ def _reverse_kl() -> Generator:
 # and m = beta u + 1 - beta.
 
 
-def _log_mixture_ratio(log_r: Array, beta: float) -> Array:
-  """log(beta e^r + 1 - beta) at r = log_r: exactly 0 at 0, finite if finite."""
+def _log_mixture_ratios(log_r: Array, beta: float) -> tuple[Array, Array]:
+  """Return log(m / q) and log(m / p) for m = beta p + (1 - beta) q.
+
+  Both are exactly 0 where log_r = log p - log q is 0 and finite for finite
+  log_r. The one that stays small is computed with log1p so that neither is
+  formed by subtracting two large numbers.
+  """
   neg = jnp.where(log_r <= 0, log_r, 0.0)
   pos = jnp.where(log_r > 0, log_r, 0.0)
-  # Factor out e^log_r above zero so that expm1 never overflows.
-  below = jnp.log1p(beta * jnp.expm1(neg))
-  above = pos + jnp.log1p((1.0 - beta) * jnp.expm1(-pos))
-  return jnp.where(log_r <= 0, below, above)
+  # p <= q: m / q = 1 + beta (p/q - 1).
+  m_over_q = jnp.log1p(beta * jnp.expm1(neg))
+  # p > q: m / p = 1 + (1 - beta) (q/p - 1).
+  m_over_p = jnp.log1p((1.0 - beta) * jnp.expm1(-pos))
+  below = log_r <= 0
+  log_m_q = jnp.where(below, m_over_q, m_over_p + pos)
+  log_m_p = jnp.where(below, m_over_q - neg, m_over_p)
+  return log_m_q, log_m_p
 
 
 def _js(beta: float = 0.5) -> Generator:
   if not 0.0 <= beta <= 1.0:
     raise ValueError(f"beta must be in [0, 1], got {beta}")
+  if beta in (0.0, 1.0):
+    return _js_endpoint(beta)
   b, c = beta, 1.0 - beta
-  slope = -math.log(b) * b if b > 0 else 0.0
-  f_zero = -math.log(c) * c if c > 0 else 0.0
+  slope = -math.log(b) * b
+  f_zero = -math.log(c) * c
 
   def f_of_log_ratio(log_r):
-    log_m = _log_mixture_ratio(log_r, b)
-    return b * jnp.exp(log_r) * (log_r - log_m) - c * log_m
+    log_m_q, log_m_p = _log_mixture_ratios(log_r, b)
+    return -b * jnp.exp(log_r) * log_m_p - c * log_m_q
 
   def terms(log_p, log_q):
-    log_m = _log_mixture_ratio(log_p - log_q, b)
-    return (
-      b * jnp.exp(log_p) * (log_p - log_q - log_m) - c * jnp.exp(log_q) * log_m
-    )
+    log_m_q, log_m_p = _log_mixture_ratios(log_p - log_q, b)
+    return -b * jnp.exp(log_p) * log_m_p - c * jnp.exp(log_q) * log_m_q
 
   def conjugate(t):
-    if b == 0.0 or c == 0.0:
-      return jnp.where(t <= 0, 0.0, _INF)
     # f'(u) = beta log(u / m) = t gives m = (1 - beta) / (1 - beta e^{t/beta}).
     inside = t < slope
     s = jnp.exp(jnp.where(inside, t, slope - 1.0) / b)
@@ -171,6 +180,24 @@ def _js(beta: float = 0.5) -> Generator:
     slope_at_infinity=slope,
     f_of_log_ratio=f_of_log_ratio,
     terms=terms,
+  )
+
+
+def _js_endpoint(beta: float) -> Generator:
+  """JSD(0) and JSD(1): M equals Q or P, so f and the divergence are 0."""
+  return Generator(
+    name="js",
+    params={"beta": beta},
+    f=jnp.zeros_like,
+    f_prime=jnp.zeros_like,
+    f_double_prime=jnp.zeros_like,
+    score_weight=jnp.zeros_like,
+    conjugate=lambda t: jnp.where(t <= 0, 0.0, _INF),
+    activation=_bounded_activation(0.0),
+    f_at_zero=0.0,
+    slope_at_infinity=0.0,
+    f_of_log_ratio=jnp.zeros_like,
+    terms=lambda log_p, log_q: jnp.zeros_like(log_p),
   )
 
 

@@ -3,9 +3,7 @@
 import os
 
 # The flag must be set before JAX initialises its backends.
-os.environ.setdefault(
-  "XLA_FLAGS", "--xla_force_host_platform_device_count=8"
-)
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import numpy as np  # noqa: E402
