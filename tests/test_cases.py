@@ -1,6 +1,6 @@
 """Value cases from public bug reports, and more inputs of the same kinds.
 
-``cases/categorical.json`` holds inputs on which public libraries once gave
+``cases/categorical.json`` contains inputs on which public libraries once gave
 a wrong value, a NaN or a NaN gradient, with the right value computed in
 float64. ``OWN_CASES`` below adds inputs of the same kinds for the other
 divergences, with values written out by hand.
