@@ -176,9 +176,9 @@ PAIRS_1D = [(0.0, 1.0, 1.0, 1.0), (0.3, 0.8, -0.5, 1.3), (1.0, 2.0, 0.0, 1.5)]
 
 class TestKL:
   def test_kl_diag_hand_values(self):
-    one = jnp.ones(1)
-    shifted = gaussian_kl_diag(0 * one, one, one, one)
-    scaled = gaussian_kl_diag(0 * one, one, 0 * one, 2 * one)
+    ones = jnp.ones(1)
+    shifted = gaussian_kl_diag(0 * ones, ones, ones, ones)
+    scaled = gaussian_kl_diag(0 * ones, ones, 0 * ones, 2 * ones)
     assert np.isclose(shifted, 0.5, rtol=1e-6)
     assert np.isclose(scaled, 0.5 * (0.25 - 1 + np.log(4)), rtol=1e-6)
 
@@ -219,9 +219,9 @@ class TestKL:
     np.testing.assert_allclose(value, expected, rtol=1e-4, atol=1e-5)
 
   def test_kl_not_symmetric(self):
-    one = jnp.ones(1)
-    forward = gaussian_kl_diag(0 * one, one, one, 2 * one)
-    backward = gaussian_kl_diag(one, 2 * one, 0 * one, one)
+    ones = jnp.ones(1)
+    forward = gaussian_kl_diag(0 * ones, ones, ones, 2 * ones)
+    backward = gaussian_kl_diag(ones, 2 * ones, 0 * ones, ones)
     assert not np.isclose(forward, backward)
 
 
@@ -316,8 +316,8 @@ class TestSquaredHellinger:
 
   def test_hellinger_hand_value(self):
     # Equal variances: H^2 = 1 - exp(-(mean difference)^2 / (8 sigma^2)).
-    one = jnp.ones(1)
-    value = gaussian_squared_hellinger_diag(0 * one, 2 * one, one, 2 * one)
+    ones = jnp.ones(1)
+    value = gaussian_squared_hellinger_diag(0 * ones, 2 * ones, ones, 2 * ones)
     assert np.isclose(value, 1 - np.exp(-1 / 32), rtol=1e-6)
 
   def test_hellinger_full_matches_reference(self, x64, rng):
@@ -327,7 +327,7 @@ class TestSquaredHellinger:
     np.testing.assert_allclose(value, expected, rtol=1e-10)
 
   def test_hellinger_in_unit_interval(self, rng):
-    arrays = random_full_pair(rng, batch=(16,))
+    arrays = random_full_pair(rng)
     far = (100 + arrays[0], arrays[1], arrays[2], arrays[3])
     value = gaussian_squared_hellinger(*arrays)
     far_value = gaussian_squared_hellinger(*far)
@@ -421,8 +421,8 @@ class TestAllFunctions:
 
   @pytest.mark.parametrize("name", list(FULL_FUNCTIONS))
   def test_nonnegative(self, rng, name):
-    full = FULL_FUNCTIONS[name](*random_full_pair(rng, batch=(32,)))
-    diag = DIAG_FUNCTIONS[name](*random_diag_pair(rng, batch=(32,)))
+    full = FULL_FUNCTIONS[name](*random_full_pair(rng))
+    diag = DIAG_FUNCTIONS[name](*random_diag_pair(rng))
     assert np.all(full >= 0)
     assert np.all(diag >= 0)
 
