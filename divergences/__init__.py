@@ -16,6 +16,8 @@ from divergences.categorical import (
   symmetric_cross_entropy,
   total_variation,
 )
+from divergences.chunked import chunked_divergence
+from divergences.fused import fused_linear_divergence
 from divergences.generators import NAMES, Generator, custom_generator, get
 
 __all__ = [
@@ -24,8 +26,10 @@ __all__ = [
   "alpha_divergence",
   "cauchy_schwarz_divergence",
   "chi2_divergence",
+  "chunked_divergence",
   "custom_generator",
   "f_divergence",
+  "fused_linear_divergence",
   "get",
   "jeffreys_divergence",
   "js_divergence",

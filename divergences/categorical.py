@@ -16,7 +16,7 @@ Array = jax.Array
 _INF = math.inf
 
 
-def _check_float_dtype(name: str, x: Array) -> None:
+def check_float_dtype(name: str, x: Array) -> None:
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise TypeError(
       f"{name} must have a floating-point dtype, got {x.dtype}; cast it "
@@ -46,22 +46,18 @@ def compute_dtype(*arrays: Array) -> jnp.dtype:
   return jnp.dtype(jnp.float32)
 
 
-def normalized_log_probs(p_logits, q_logits, *, axis, where, temperature):
-  """Validate the inputs and return log P, log Q and the row mask.
+def check_logits(p_logits, q_logits, *, axis) -> tuple[Array, Array, int]:
+  """Validate a pair of logit arrays and return them with a normalised axis.
 
-  Both logit arrays are moved to ``[..., vocab]`` with the vocabulary last,
-  cast to the computation dtype, divided by the temperature and normalised
-  with ``log_softmax``. Masked rows are replaced by zeros before that, so
-  they contribute finite values and zero gradients.
-
-  Returns:
-    ``(log_p, log_q, mask)``: two ``[..., vocab]`` arrays and a boolean
-    ``[...]`` row mask (all True when ``where`` is None).
+  Raises:
+    TypeError: if either array is not floating-point.
+    ValueError: if the shapes differ, the logits are scalars or ``axis`` is
+      out of range.
   """
   p_logits = jnp.asarray(p_logits)
   q_logits = jnp.asarray(q_logits)
-  _check_float_dtype("p_logits", p_logits)
-  _check_float_dtype("q_logits", q_logits)
+  check_float_dtype("p_logits", p_logits)
+  check_float_dtype("q_logits", q_logits)
   if p_logits.shape != q_logits.shape:
     raise ValueError(
       "p_logits and q_logits must have the same shape, got "
@@ -74,13 +70,29 @@ def normalized_log_probs(p_logits, q_logits, *, axis, where, temperature):
     raise ValueError(
       f"axis {axis} is out of range for logits of shape {p_logits.shape}"
     )
+  return p_logits, q_logits, axis
+
+
+def normalized_log_probs(p_logits, q_logits, *, axis, where, temperature):
+  """Validate the inputs and return log P, log Q and the row mask.
+
+  Both logit arrays are moved to ``[..., vocab]`` with the vocabulary last,
+  cast to the computation dtype, divided by the temperature and normalised
+  with ``log_softmax``. Masked rows are replaced by zeros before that, so
+  they contribute finite values and zero gradients.
+
+  Returns:
+    ``(log_p, log_q, mask)``: two ``[..., vocab]`` arrays and a boolean
+    ``[...]`` row mask (all True when ``where`` is None).
+  """
+  p_logits, q_logits, axis = check_logits(p_logits, q_logits, axis=axis)
   check_temperature(temperature)
 
   dtype = compute_dtype(p_logits, q_logits)
   p_logits = jnp.moveaxis(p_logits, axis, -1).astype(dtype)
   q_logits = jnp.moveaxis(q_logits, axis, -1).astype(dtype)
   row_shape = p_logits.shape[:-1]
-  mask = _row_mask(where, row_shape)
+  mask = row_mask(where, row_shape)
 
   keep = mask[..., None]
   p_logits = jnp.where(keep, p_logits, 0.0) / temperature
@@ -90,7 +102,8 @@ def normalized_log_probs(p_logits, q_logits, *, axis, where, temperature):
   return log_p, log_q, mask
 
 
-def _row_mask(where, row_shape: tuple[int, ...]) -> Array:
+def row_mask(where, row_shape: tuple[int, ...]) -> Array:
+  """Broadcast ``where`` to the row shape; all True when it is None."""
   if where is None:
     return jnp.ones(row_shape, dtype=bool)
   where = jnp.asarray(where)

@@ -1,0 +1,217 @@
+"""The f-divergence between softmax(hidden @ kernel) distributions, fused.
+
+Each chunk of rows computes its logits inside the scan, so the full
+``[tokens, vocab]`` logits never exist, in the forward or backward pass.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from divergences import categorical, chunked, generators
+
+Array = jax.Array
+
+# Elements of one [chunk, vocab] logits block when chunk_size is None. NOTE:
+# chosen from the chunk sweep in docs/benchmarks.md (2-core AMD EPYC);
+# larger blocks keep the matmuls efficient, smaller ones the caches.
+DEFAULT_CHUNK_ELEMENTS = 2**21
+
+
+def _check_shapes(p_hidden, p_kernel, q_hidden, q_kernel) -> None:
+  for name, x in [
+    ("p_hidden", p_hidden),
+    ("p_kernel", p_kernel),
+    ("q_hidden", q_hidden),
+    ("q_kernel", q_kernel),
+  ]:
+    categorical.check_float_dtype(name, x)
+  for side, hidden, kernel in [
+    ("p", p_hidden, p_kernel),
+    ("q", q_hidden, q_kernel),
+  ]:
+    if kernel.ndim != 2:
+      raise ValueError(
+        f"{side}_kernel must be [hidden, vocab], got shape {kernel.shape}"
+      )
+    if hidden.ndim < 1 or hidden.shape[-1] != kernel.shape[0]:
+      raise ValueError(
+        f"{side}_hidden of shape {hidden.shape} must end in the "
+        f"{side}_kernel's hidden size {kernel.shape[0]}"
+      )
+  if p_kernel.shape[1] != q_kernel.shape[1]:
+    raise ValueError(
+      "p_kernel and q_kernel must have the same vocabulary size, got "
+      f"shapes {p_kernel.shape} and {q_kernel.shape}"
+    )
+  if p_hidden.shape[:-1] != q_hidden.shape[:-1]:
+    raise ValueError(
+      "p_hidden and q_hidden must have the same rows, got shapes "
+      f"{p_hidden.shape} and {q_hidden.shape}"
+    )
+
+
+def _scaled_logits(hidden, kernel, mask, temp, divide, dtype) -> Array:
+  logits = jnp.dot(hidden.astype(dtype), kernel)
+  return chunked.scale_logits(logits, mask, temp, divide, dtype)
+
+
+def _forward(generator, chunk_size, divide, inputs, mask, temp):
+  p_hidden, p_kernel, q_hidden, q_kernel = inputs
+  dtype = categorical.compute_dtype(*inputs)
+  p_kernel, q_kernel = p_kernel.astype(dtype), q_kernel.astype(dtype)
+
+  def chunk_fn(start, size):
+    chunk_mask = chunked.row_slice(mask, start, size)
+    p_scaled = _scaled_logits(
+      chunked.row_slice(p_hidden, start, size),
+      p_kernel,
+      chunk_mask,
+      temp,
+      divide,
+      dtype,
+    )
+    q_scaled = _scaled_logits(
+      chunked.row_slice(q_hidden, start, size),
+      q_kernel,
+      chunk_mask,
+      temp,
+      divide,
+      dtype,
+    )
+    return chunked.chunk_value(generator, p_scaled, q_scaled, chunk_mask), ()
+
+  (value, stats), _ = chunked.scan_chunks(
+    chunk_fn, mask.shape[0], chunk_size, ()
+  )
+  return value, stats
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _fused_rows(generator, chunk_size, divide, inputs, mask, temp):
+  value, _ = _forward(generator, chunk_size, divide, inputs, mask, temp)
+  return value
+
+
+def _fused_rows_fwd(generator, chunk_size, divide, inputs, mask, temp):
+  value, stats = _forward(generator, chunk_size, divide, inputs, mask, temp)
+  return value, (inputs, mask, temp, stats)
+
+
+def _fused_rows_bwd(generator, chunk_size, divide, residuals, cotangent):
+  inputs, mask, temp, stats = residuals
+  p_hidden, p_kernel, q_hidden, q_kernel = inputs
+  dtype = categorical.compute_dtype(*inputs)
+  kernels = (p_kernel.astype(dtype), q_kernel.astype(dtype))
+  cotangent = jnp.where(mask, cotangent, 0.0)
+
+  def chunk_fn(start, size):
+    chunk_mask = chunked.row_slice(mask, start, size)
+    hiddens = [
+      chunked.row_slice(h, start, size).astype(dtype)
+      for h in (p_hidden, q_hidden)
+    ]
+    scaled = [
+      _scaled_logits(h, k, chunk_mask, temp, divide, dtype)
+      for h, k in zip(hiddens, kernels, strict=True)
+    ]
+    chunk_stats = tuple(chunked.row_slice(s, start, size) for s in stats)
+    d_scaled = chunked.chunk_logit_grads(
+      generator, *scaled, chunk_stats, chunked.row_slice(cotangent, start, size)
+    )
+    d_temp = jnp.zeros((), temp.dtype)
+    if divide:
+      for d, s in zip(d_scaled, scaled, strict=True):
+        d_temp = d_temp + chunked.temperature_grad(d, s, temp)
+      d_scaled = [d / temp for d in d_scaled]
+    d_hidden = tuple(d @ k.T for d, k in zip(d_scaled, kernels, strict=True))
+    d_kernel = tuple(h.T @ d for h, d in zip(hiddens, d_scaled, strict=True))
+    return d_hidden, (d_kernel, d_temp)
+
+  total = (tuple(jnp.zeros_like(k) for k in kernels), jnp.zeros((), temp.dtype))
+  (d_p_hidden, d_q_hidden), (d_kernel, d_temp) = chunked.scan_chunks(
+    chunk_fn, mask.shape[0], chunk_size, total
+  )
+  grads = (d_p_hidden, d_kernel[0], d_q_hidden, d_kernel[1])
+  grads = tuple(g.astype(x.dtype) for g, x in zip(grads, inputs, strict=True))
+  return grads, None, d_temp
+
+
+_fused_rows.defvjp(_fused_rows_fwd, _fused_rows_bwd)
+
+
+def fused_linear_divergence(
+  divergence,
+  p_hidden: Array,
+  p_kernel: Array,
+  q_hidden: Array,
+  q_kernel: Array,
+  *,
+  where: Array | None = None,
+  temperature: float = 1.0,
+  chunk_size: int | None = None,
+  **params,
+) -> Array:
+  """Compute D_f(P||Q) per row for P, Q = softmax(hidden @ kernel), fused.
+
+  .. math::
+    D_f(P \\| Q) = \\sum_i q_i f(p_i / q_i), \\quad
+    P = \\mathrm{softmax}(h_P W_P / T), \\;
+    Q = \\mathrm{softmax}(h_Q W_Q / T)
+
+  The values, limits and conventions are those of ``f_divergence`` applied
+  to ``p_hidden @ p_kernel`` and ``q_hidden @ q_kernel``, except that the
+  logits are kept in float32 (float64 for float64 inputs) instead of being
+  rounded to the inputs' dtype. Rows go through ``lax.scan`` ``chunk_size``
+  at a time and each chunk computes its own logits, so temporary memory is
+  a few ``[chunk_size, vocab]`` blocks. The custom VJP saves the inputs and
+  per-row log-softmax statistics; the backward pass recomputes each chunk's
+  logits and accumulates the kernels' gradients in float32.
+
+  Args:
+    divergence: a registry name (see ``generators.NAMES``) or a
+      ``Generator``.
+    p_hidden: hidden states of P, ``[tokens, p_hidden_dim]`` (any leading
+      shape works).
+    p_kernel: output projection of P, ``[p_hidden_dim, vocab]``.
+    q_hidden: hidden states of Q, ``[tokens, q_hidden_dim]``.
+    q_kernel: output projection of Q, ``[q_hidden_dim, vocab]``.
+    where: boolean mask over rows, broadcastable to ``[tokens]``; masked
+      rows return 0 with zero gradient.
+    temperature: divides both logits before the softmax; must be > 0.
+    chunk_size: rows per chunk. The default keeps a chunk near
+      ``DEFAULT_CHUNK_ELEMENTS`` logits. The last chunk may be smaller.
+    **params: generator parameters when ``divergence`` is a name, e.g.
+      ``beta=0.3`` for js or ``alpha=0.5`` for alpha.
+
+  Returns:
+    D_f(P||Q) per row, ``[tokens]``, in float32 (float64 for float64
+    inputs). Gradients flow to all four arrays; wrap the teacher's in
+    ``jax.lax.stop_gradient`` to skip its share of the backward pass.
+  """
+  generator = generators.resolve(divergence, **params)
+  inputs = tuple(
+    jnp.asarray(x) for x in (p_hidden, p_kernel, q_hidden, q_kernel)
+  )
+  _check_shapes(*inputs)
+  divide, temp = chunked.static_temperature(temperature)
+  row_shape = inputs[0].shape[:-1]
+  mask = categorical.row_mask(where, row_shape).reshape(-1)
+
+  vocab = inputs[1].shape[1]
+  if chunk_size is None:
+    chunk_size = chunked.default_chunk_size(vocab, DEFAULT_CHUNK_ELEMENTS)
+  chunk_size = chunked.check_chunk_size(chunk_size)
+  p_hidden, p_kernel, q_hidden, q_kernel = inputs
+  flat = (
+    p_hidden.reshape(-1, p_hidden.shape[-1]),
+    p_kernel,
+    q_hidden.reshape(-1, q_hidden.shape[-1]),
+    q_kernel,
+  )
+  dtype = categorical.compute_dtype(*inputs)
+  value = _fused_rows(
+    generator, chunk_size, divide, flat, mask, temp.astype(dtype)
+  )
+  return value.reshape(row_shape)
