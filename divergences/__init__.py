@@ -18,7 +18,18 @@ from divergences.categorical import (
 )
 from divergences.chunked import chunked_divergence
 from divergences.fused import fused_linear_divergence
+from divergences.gaussian import (
+  gaussian_kl,
+  gaussian_kl_diag,
+  gaussian_renyi,
+  gaussian_renyi_diag,
+  gaussian_squared_hellinger,
+  gaussian_squared_hellinger_diag,
+  gaussian_wasserstein2_squared,
+  gaussian_wasserstein2_squared_diag,
+)
 from divergences.generators import NAMES, Generator, custom_generator, get
+from divergences.monte_carlo import monte_carlo_f_divergence
 
 __all__ = [
   "NAMES",
@@ -30,10 +41,19 @@ __all__ = [
   "custom_generator",
   "f_divergence",
   "fused_linear_divergence",
+  "gaussian_kl",
+  "gaussian_kl_diag",
+  "gaussian_renyi",
+  "gaussian_renyi_diag",
+  "gaussian_squared_hellinger",
+  "gaussian_squared_hellinger_diag",
+  "gaussian_wasserstein2_squared",
+  "gaussian_wasserstein2_squared_diag",
   "get",
   "jeffreys_divergence",
   "js_divergence",
   "kl_divergence",
+  "monte_carlo_f_divergence",
   "renyi_divergence",
   "squared_hellinger",
   "symmetric_cross_entropy",
