@@ -1,0 +1,6 @@
+"""Flax NNX models used by the experiments."""
+
+from models.cnn import CNN
+from models.mlp import MLP
+
+__all__ = ["CNN", "MLP"]
