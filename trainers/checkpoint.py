@@ -1,7 +1,7 @@
 """Orbax checkpoints of a train state and its data iterator.
 
-Each run keeps its checkpoints in one directory, one subdirectory per step;
-a checkpoint holds the ``TrainState`` and, when given, the position of a
+Each run keeps its checkpoints in one directory, one subdirectory per step.
+A checkpoint contains the ``TrainState`` and, when given, the position of a
 Grain iterator, so a resumed run reads the same batches.
 """
 

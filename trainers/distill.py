@@ -1,8 +1,8 @@
 """Train and eval steps for supervised training and knowledge distillation.
 
-A method names its trainable and frozen networks and an objective; the step
-built from it is a pure ``step(state, batch) -> (state, metrics)`` that is
-jitted once on a data-parallel mesh with the state donated.
+A method names its trainable and frozen networks and an objective. The step
+built from it is a pure ``step(state, batch) -> (state, metrics)``, jitted
+once on a data-parallel mesh with the state donated.
 """
 
 import dataclasses
@@ -30,7 +30,7 @@ METHODS = ("ce", "kd", "dml", "bdkd")
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-  """What a train step optimises.
+  """The networks and objective of a train step.
 
   Attributes:
     name: one of ``METHODS``.
@@ -88,7 +88,7 @@ def make_method(
   if not temperature > 0:
     raise ValueError(f"temperature must be > 0, got {temperature}")
   if name == "kd" and not 0.0 <= weight <= 1.0:
-    raise ValueError(f"kd weight must be in [0, 1], got {weight}")
+    raise ValueError(f"weight of kd must be in [0, 1], got {weight}")
   if weight < 0 or teacher_weight < 0:
     raise ValueError(
       f"weights must be >= 0, got weight={weight},"
@@ -223,11 +223,13 @@ def make_train_step(
     labels, where = batch["label"], batch["mask"]
     count = jnp.maximum(jnp.sum(where.astype(jnp.float32)), 1.0)
     rng, step_key = jax.random.split(state.rng)
+    # Padding rows are zeroed, so that whatever they hold (even NaN) cannot
+    # reach the gradients through the weights' products with the inputs.
+    row_mask = where.reshape(where.shape + (1,) * (batch["image"].ndim - 1))
+    images = jnp.where(row_mask, batch["image"], 0.0)
 
     def loss_fn(params):
-      logits, model_state = _forward(
-        graphdefs, params, state, batch["image"], step_key
-      )
+      logits, model_state = _forward(graphdefs, params, state, images, step_key)
       terms = method.objective(logits, labels, where)
       total = sum(jnp.sum(t["loss"]) for t in terms.values()) / count
       return total, (logits, terms, model_state)
@@ -239,8 +241,8 @@ def make_train_step(
     params = optax.apply_updates(state.params, updates)
 
     step_metrics = {
-      "grad_norm": optax.global_norm(grads),
-      "param_norm": optax.global_norm(params),
+      "grad_norm": optax.tree.norm(grads),
+      "param_norm": optax.tree.norm(params),
     }
     for name, network_terms in terms.items():
       step_metrics[name] = _network_metrics(

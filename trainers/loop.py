@@ -51,8 +51,8 @@ def train(
 ) -> Any:
   """Run ``step_fn`` from ``state.step`` up to ``num_steps``.
 
-  After every step the metrics are fetched to the host and the losses
-  checked; the state is then checkpointed when due and once more at the
+  After every step the metrics are fetched to the host and the losses are
+  checked. Then the state is checkpointed when due, and once more at the
   end. A non-finite loss stops the run before that step is saved.
 
   Args:

@@ -30,7 +30,7 @@ def classification_sums(
   """Sum accuracy, NLL and calibration statistics over the valid examples.
 
   Predictions are the argmax of the logits and confidences their softmax
-  probability. Bin b of ``num_bins`` equal-width bins holds confidences in
+  probability. Bin b of ``num_bins`` equal-width bins contains confidences in
   ((b - 1) / num_bins, b / num_bins], as in "On Calibration of Modern Neural
   Networks" (Guo et al., ICML 2017, section 2).
 

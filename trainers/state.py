@@ -1,8 +1,8 @@
 """The train state: a pytree of network variables, optimizer state and RNG.
 
-Networks are Flax NNX modules split with ``nnx.split``; their graph
-definitions stay outside the state, so the state holds only arrays and can be
-jitted, donated and saved by Orbax as it is.
+Networks are Flax NNX modules split with ``nnx.split``. Their graph
+definitions stay outside the state, so the state contains only arrays and can
+be jitted, donated and saved by Orbax as it is.
 """
 
 from collections.abc import Mapping
