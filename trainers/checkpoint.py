@@ -30,7 +30,8 @@ def abstract_like(state: Any, sharding: jax.sharding.Sharding) -> Any:
 
 
 class Checkpointer:
-  """Saves every ``save_every`` steps, keeps the last ``max_to_keep``.
+  """Checkpoints of one run: saved every ``save_every`` steps, the last
+  ``max_to_keep`` kept.
 
   Args:
     directory: where the checkpoints go; created if missing.
@@ -53,8 +54,10 @@ class Checkpointer:
         f"checkpoint directory {self.directory!r} exists and is not a"
         " directory; remove it or choose another workdir"
       )
+    self.save_every = save_every
+    # The interval is applied in ``save``, because the interval option of
+    # orbax-checkpoint 0.12.8 also saves the first step given, e.g. step 1.
     options = ocp.CheckpointManagerOptions(
-      save_interval_steps=save_every,
       max_to_keep=max_to_keep,
       create=True,
       # Synchronous saves: a step reported as saved is on disk, which the
@@ -81,14 +84,18 @@ class Checkpointer:
   ) -> bool:
     """Save ``state`` (and the iterator position) if ``step`` is due.
 
+    A step is due when it is a multiple of ``save_every``, or with ``force``.
+
     Returns:
       Whether a checkpoint was written.
     """
+    if not force and step % self.save_every:
+      return False
     items = {"state": ocp.args.StandardSave(state)}
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
     saved = self._manager.save(
-      step, args=ocp.args.Composite(**items), force=force
+      step, args=ocp.args.Composite(**items), force=True
     )
     if saved:
       logging.info("Saved checkpoint %s", self.path(step))
