@@ -237,11 +237,11 @@ class TestBalancedKd:
       rtol=1e-5,
     )
     np.testing.assert_allclose(
-      terms["teacher"]["distill"], 4.0 * kl(p_t, p_s), rtol=1e-5
+      terms["teacher"]["distill"], 4.0 * kl(p_s, p_t), rtol=1e-5
     )
     np.testing.assert_allclose(
       terms["teacher"]["loss"],
-      terms["teacher"]["ce"] + 0.25 * 4.0 * kl(p_t, p_s),
+      terms["teacher"]["ce"] + 0.25 * 4.0 * kl(p_s, p_t),
       rtol=1e-5,
     )
 

@@ -266,21 +266,24 @@ def bdkd_loss(
   """Compute the BD-KD losses of an online teacher and student.
 
   The student's distillation term mixes forward and reverse KL per example
-  with the weights w_i of ``balance_weights``; the teacher is regularised by
-  the reverse KL from its own point of view, KL(teacher || student), with
-  the student as a constant target:
+  with the weights w_i of ``balance_weights``. The teacher is regularised by
+  the reverse KL, KL(p^s || p^t) in the paper's naming, with the student as
+  a constant target:
 
   .. math::
     L^s_i = CE(y_i, s_i) + \\lambda T^2 [w_i KL(p^t_i \\| p^s_i)
       + (1 - w_i) KL(p^s_i \\| p^t_i)]
 
-    L^t_i = CE(y_i, t_i) + \\lambda_t T^2 KL(p^t_i \\| p^s_i)
+    L^t_i = CE(y_i, t_i) + \\lambda_t T^2 KL(p^s_i \\| p^t_i)
 
   Source: "BD-KD: Balancing the Divergences for Online Knowledge
-  Distillation" (Amara et al., arXiv 2212.12965), whose abstract states the
-  design: sample-wise weighting of forward and reverse KL in the student's
-  loss, and an adjusted teacher loss. See ``balance_weights`` for what is
-  this codebase's own choice.
+  Distillation" (Amara et al., arXiv 2212.12965). Its abstract states the
+  design, sample-wise weighting of forward and reverse KL in the student's
+  loss and an adjusted teacher loss; the summary at
+  sciencestack.ai/paper/2212.12965 names forward KL(p^t || p^s), reverse
+  KL(p^s || p^t), the entropy gap as the guide of the weighting, and reverse
+  KL as the teacher's regulariser. See ``balance_weights`` for what is this
+  codebase's own choice.
 
   Args:
     teacher_logits: ``[batch, classes]``.
@@ -317,7 +320,7 @@ def bdkd_loss(
 
   teacher_ce = cross_entropy(teacher_logits, labels, where=where)
   teacher_distill = scale * kl(
-    teacher_logits, student_const, temperature=temperature, where=where
+    student_const, teacher_logits, temperature=temperature, where=where
   )
   return {
     "teacher": {
