@@ -21,8 +21,9 @@ DEFAULT_CHUNK_ELEMENTS = 2**18
 
 
 def default_chunk_size(vocab_size: int, elements: int) -> int:
-  """Return the rows per chunk that keep a block near ``elements`` entries."""
-  return max(1, elements // max(vocab_size, 1))
+  """Return the largest power of two of rows that fit in ``elements``."""
+  rows = max(1, elements // max(vocab_size, 1))
+  return 1 << (rows.bit_length() - 1)
 
 
 def check_chunk_size(chunk_size) -> int:
@@ -34,7 +35,7 @@ def check_chunk_size(chunk_size) -> int:
   return chunk_size
 
 
-def static_temperature(temperature) -> tuple[bool, Array]:
+def prepare_temperature(temperature) -> tuple[bool, Array]:
   """Return whether logits need dividing, and the temperature as an array.
 
   A Python temperature of exactly 1 skips the division, which leaves the
@@ -99,60 +100,61 @@ def chunk_logit_grads(generator, p_scaled, q_scaled, stats, row_cotangent):
   return d_p, d_q
 
 
-def temperature_grad(d_scaled, scaled, temperature) -> Array:
+def temperature_grad(d_scaled, scaled, temperature, rows) -> Array:
   """Return sum_i dD/ds_i ds_i/dT for s = z / T, i.e. -sum_i d_i s_i / T.
 
-  Entries with s = -inf have d = 0 and are left out instead of giving nan.
+  Only the rows where ``rows`` is True count. Entries with s = -inf have
+  d = 0 and are left out instead of giving nan.
   """
-  finite = jnp.where(scaled > -jnp.inf, scaled, 0.0)
-  return -jnp.sum(d_scaled * finite) / temperature
+  keep = rows[:, None] & (scaled > -jnp.inf)
+  return -jnp.sum(jnp.where(keep, d_scaled * scaled, 0.0)) / temperature
 
 
 # The scan over row chunks.
 
 
 def scan_chunks(chunk_fn, num_rows: int, chunk_size: int, total):
-  """Apply ``chunk_fn(start, size)`` to consecutive row chunks in a scan.
+  """Apply ``chunk_fn(take, fresh)`` to row chunks of a fixed size in a scan.
 
-  ``chunk_fn`` returns ``(rows, increment)``: a pytree of ``[size, ...]``
-  arrays, written into ``[num_rows, ...]`` outputs, and a pytree added to
-  ``total``. A last chunk of ``num_rows % chunk_size`` rows runs after the
-  scan with its own shape, so no input is padded or copied.
+  ``take(x)`` slices the chunk's ``chunk_size`` rows out of a ``[num_rows,
+  ...]`` array, and ``fresh`` (``[chunk_size]``, boolean) marks the rows no
+  earlier chunk covered. ``chunk_fn`` returns ``(rows, increment)``: a
+  pytree of ``[chunk_size, ...]`` arrays, written into ``[num_rows, ...]``
+  outputs, and a pytree added to ``total``. When ``chunk_size`` does not
+  divide ``num_rows``, the last chunk ends at the last row and overlaps the
+  one before it, so every chunk has one shape and no input is padded. Its
+  rewritten rows get the same values again; increments must leave out the
+  rows that are not fresh.
 
   Returns:
     ``(rows, total)``.
   """
-  chunk_size = min(chunk_size, max(num_rows, 1))
-  num_full, rest = divmod(num_rows, chunk_size)
-  # Preallocated outputs updated in place cost what the stacked outputs of
-  # a scan cost (XLA zero-fills those too), and the last chunk needs no
-  # concatenation, which would copy every output once more.
-  shapes = jax.eval_shape(lambda: chunk_fn(0, chunk_size)[0])
+  chunk_size = min(chunk_size, num_rows)
+  num_chunks = -(-num_rows // chunk_size)
+  fresh = jnp.ones(chunk_size, bool)
+  shapes = jax.eval_shape(lambda: chunk_fn(_taker(0, chunk_size), fresh)[0])
   rows = jax.tree.map(
     lambda s: jnp.zeros((num_rows,) + s.shape[1:], s.dtype), shapes
   )
 
-  def write(carry, start, size):
+  def body(carry, index):
     rows, total = carry
-    chunk_rows, increment = chunk_fn(start, size)
+    start = jnp.minimum(index * chunk_size, num_rows - chunk_size)
+    fresh = start + jnp.arange(chunk_size) >= index * chunk_size
+    chunk_rows, increment = chunk_fn(_taker(start, chunk_size), fresh)
     rows = jax.tree.map(
       lambda out, x: lax.dynamic_update_slice_in_dim(out, x, start, 0),
       rows,
       chunk_rows,
     )
-    return rows, jax.tree.map(jnp.add, total, increment)
+    return (rows, jax.tree.map(jnp.add, total, increment)), None
 
-  def body(carry, index):
-    return write(carry, index * chunk_size, chunk_size), None
-
-  carry, _ = lax.scan(body, (rows, total), jnp.arange(num_full))
-  if rest:
-    carry = write(carry, num_full * chunk_size, rest)
+  carry, _ = lax.scan(body, (rows, total), jnp.arange(num_chunks))
   return carry
 
 
-def row_slice(x: Array, start, size: int) -> Array:
-  return lax.dynamic_slice_in_dim(x, start, size, axis=0)
+def _taker(start, size: int):
+  return lambda x: lax.dynamic_slice_in_dim(x, start, size, axis=0)
 
 
 # The chunked divergence on logits.
@@ -161,14 +163,10 @@ def row_slice(x: Array, start, size: int) -> Array:
 def _forward(generator, chunk_size, divide, p_logits, q_logits, mask, temp):
   dtype = categorical.compute_dtype(p_logits, q_logits)
 
-  def chunk_fn(start, size):
-    chunk_mask = row_slice(mask, start, size)
-    p_scaled = scale_logits(
-      row_slice(p_logits, start, size), chunk_mask, temp, divide, dtype
-    )
-    q_scaled = scale_logits(
-      row_slice(q_logits, start, size), chunk_mask, temp, divide, dtype
-    )
+  def chunk_fn(take, fresh):
+    chunk_mask = take(mask)
+    p_scaled = scale_logits(take(p_logits), chunk_mask, temp, divide, dtype)
+    q_scaled = scale_logits(take(q_logits), chunk_mask, temp, divide, dtype)
     return chunk_value(generator, p_scaled, q_scaled, chunk_mask), ()
 
   (value, stats), _ = scan_chunks(chunk_fn, mask.shape[0], chunk_size, ())
@@ -199,30 +197,21 @@ def _chunked_rows_bwd(generator, chunk_size, divide, residuals, cotangent):
   dtype = categorical.compute_dtype(p_logits, q_logits)
   cotangent = jnp.where(mask, cotangent, 0.0)
 
-  def chunk_fn(start, size):
-    chunk_mask = row_slice(mask, start, size)
-    p_scaled = scale_logits(
-      row_slice(p_logits, start, size), chunk_mask, temp, divide, dtype
-    )
-    q_scaled = scale_logits(
-      row_slice(q_logits, start, size), chunk_mask, temp, divide, dtype
-    )
-    chunk_stats = tuple(row_slice(s, start, size) for s in stats)
+  def chunk_fn(take, fresh):
+    chunk_mask = take(mask)
+    p_scaled = scale_logits(take(p_logits), chunk_mask, temp, divide, dtype)
+    q_scaled = scale_logits(take(q_logits), chunk_mask, temp, divide, dtype)
+    chunk_stats = tuple(take(s) for s in stats)
     d_p, d_q = chunk_logit_grads(
-      generator,
-      p_scaled,
-      q_scaled,
-      chunk_stats,
-      row_slice(cotangent, start, size),
+      generator, p_scaled, q_scaled, chunk_stats, take(cotangent)
     )
     d_temp = jnp.zeros((), temp.dtype)
     if divide:
-      d_temp = temperature_grad(d_p, p_scaled, temp) + temperature_grad(
-        d_q, q_scaled, temp
-      )
+      for d, scaled in [(d_p, p_scaled), (d_q, q_scaled)]:
+        d_temp += temperature_grad(d, scaled, temp, fresh)
       d_p, d_q = d_p / temp, d_q / temp
     grads = (d_p.astype(p_logits.dtype), d_q.astype(q_logits.dtype))
-    return grads, d_temp.astype(temp.dtype)
+    return grads, d_temp
 
   total = jnp.zeros((), temp.dtype)
   (d_p, d_q), d_temp = scan_chunks(chunk_fn, mask.shape[0], chunk_size, total)
@@ -277,7 +266,7 @@ def chunked_divergence(
   """
   generator = generators.resolve(divergence, **params)
   p_logits, q_logits, _ = categorical.check_logits(p_logits, q_logits, axis=-1)
-  divide, temp = static_temperature(temperature)
+  divide, temp = prepare_temperature(temperature)
   row_shape = p_logits.shape[:-1]
   mask = categorical.row_mask(where, row_shape).reshape(-1)
 
@@ -285,6 +274,8 @@ def chunked_divergence(
   if chunk_size is None:
     chunk_size = default_chunk_size(vocab, DEFAULT_CHUNK_ELEMENTS)
   chunk_size = check_chunk_size(chunk_size)
+  if mask.shape[0] == 0:
+    return jnp.zeros(row_shape, categorical.compute_dtype(p_logits, q_logits))
   dtype = categorical.compute_dtype(p_logits, q_logits)
   value = _chunked_rows(
     generator,

@@ -62,23 +62,13 @@ def _forward(generator, chunk_size, divide, inputs, mask, temp):
   dtype = categorical.compute_dtype(*inputs)
   p_kernel, q_kernel = p_kernel.astype(dtype), q_kernel.astype(dtype)
 
-  def chunk_fn(start, size):
-    chunk_mask = chunked.row_slice(mask, start, size)
+  def chunk_fn(take, fresh):
+    chunk_mask = take(mask)
     p_scaled = _scaled_logits(
-      chunked.row_slice(p_hidden, start, size),
-      p_kernel,
-      chunk_mask,
-      temp,
-      divide,
-      dtype,
+      take(p_hidden), p_kernel, chunk_mask, temp, divide, dtype
     )
     q_scaled = _scaled_logits(
-      chunked.row_slice(q_hidden, start, size),
-      q_kernel,
-      chunk_mask,
-      temp,
-      divide,
-      dtype,
+      take(q_hidden), q_kernel, chunk_mask, temp, divide, dtype
     )
     return chunked.chunk_value(generator, p_scaled, q_scaled, chunk_mask), ()
 
@@ -101,32 +91,33 @@ def _fused_rows_fwd(generator, chunk_size, divide, inputs, mask, temp):
 
 def _fused_rows_bwd(generator, chunk_size, divide, residuals, cotangent):
   inputs, mask, temp, stats = residuals
-  p_hidden, p_kernel, q_hidden, q_kernel = inputs
   dtype = categorical.compute_dtype(*inputs)
-  kernels = (p_kernel.astype(dtype), q_kernel.astype(dtype))
+  hiddens = (inputs[0], inputs[2])
+  kernels = (inputs[1].astype(dtype), inputs[3].astype(dtype))
   cotangent = jnp.where(mask, cotangent, 0.0)
 
-  def chunk_fn(start, size):
-    chunk_mask = chunked.row_slice(mask, start, size)
-    hiddens = [
-      chunked.row_slice(h, start, size).astype(dtype)
-      for h in (p_hidden, q_hidden)
-    ]
+  def chunk_fn(take, fresh):
+    chunk_mask = take(mask)
+    chunk_hiddens = [take(h).astype(dtype) for h in hiddens]
     scaled = [
       _scaled_logits(h, k, chunk_mask, temp, divide, dtype)
-      for h, k in zip(hiddens, kernels, strict=True)
+      for h, k in zip(chunk_hiddens, kernels, strict=True)
     ]
-    chunk_stats = tuple(chunked.row_slice(s, start, size) for s in stats)
     d_scaled = chunked.chunk_logit_grads(
-      generator, *scaled, chunk_stats, chunked.row_slice(cotangent, start, size)
+      generator, *scaled, tuple(take(s) for s in stats), take(cotangent)
     )
     d_temp = jnp.zeros((), temp.dtype)
     if divide:
       for d, s in zip(d_scaled, scaled, strict=True):
-        d_temp = d_temp + chunked.temperature_grad(d, s, temp)
+        d_temp += chunked.temperature_grad(d, s, temp, fresh)
       d_scaled = [d / temp for d in d_scaled]
+
     d_hidden = tuple(d @ k.T for d, k in zip(d_scaled, kernels, strict=True))
-    d_kernel = tuple(h.T @ d for h, d in zip(hiddens, d_scaled, strict=True))
+    # Rows an earlier chunk covered must not count twice in the kernels.
+    d_kernel = tuple(
+      jnp.where(fresh[:, None], h, 0.0).T @ d
+      for h, d in zip(chunk_hiddens, d_scaled, strict=True)
+    )
     return d_hidden, (d_kernel, d_temp)
 
   total = (tuple(jnp.zeros_like(k) for k in kernels), jnp.zeros((), temp.dtype))
@@ -195,7 +186,7 @@ def fused_linear_divergence(
     jnp.asarray(x) for x in (p_hidden, p_kernel, q_hidden, q_kernel)
   )
   _check_shapes(*inputs)
-  divide, temp = chunked.static_temperature(temperature)
+  divide, temp = chunked.prepare_temperature(temperature)
   row_shape = inputs[0].shape[:-1]
   mask = categorical.row_mask(where, row_shape).reshape(-1)
 
@@ -211,6 +202,8 @@ def fused_linear_divergence(
     q_kernel,
   )
   dtype = categorical.compute_dtype(*inputs)
+  if mask.shape[0] == 0:
+    return jnp.zeros(row_shape, dtype)
   value = _fused_rows(
     generator, chunk_size, divide, flat, mask, temp.astype(dtype)
   )
