@@ -75,13 +75,14 @@ def reliability_diagrams(records: Sequence[dict], path: str) -> None:
     axis.set_title(
       _label(dict(zip(results.GROUP_FIELDS, key, strict=True))), fontsize=9
     )
-    axis.text(0.04, 0.9, f"ECE {100 * ece:.2f}%", fontsize=8)
+    axis.text(0.04, 0.9, f"pooled ECE {100 * ece:.2f}%", fontsize=8)
     axis.set_xlim(0, 1)
     axis.set_ylim(0, 1)
     axis.set_xlabel("confidence")
     axis.set_ylabel("accuracy")
   for axis in axes.flat[len(groups) :]:
     axis.set_visible(False)
+  figure.suptitle("Test split, bins pooled over seeds", fontsize=10)
   figure.tight_layout()
   figure.savefig(path, dpi=100)
   plt.close(figure)

@@ -27,6 +27,8 @@ def write_json_atomic(path: str, value: Any) -> None:
     with os.fdopen(handle, "w") as file:
       json.dump(value, file, indent=2)
       file.write("\n")
+    # mkstemp creates the file readable by its owner only.
+    os.chmod(temporary, 0o644)
     os.replace(temporary, path)
   except BaseException:
     os.unlink(temporary)

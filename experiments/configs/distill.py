@@ -28,14 +28,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.teacher.features = (32, 64)
   config.teacher.hidden = 128
   config.teacher.learning_rate = 1e-2
-  config.teacher.steps = 300
+  config.teacher.steps = 500
 
   # The MLP student. "dml" and "bdkd" train it together with a fresh teacher
   # for student.steps steps, each network with its own learning rate.
   config.student = ml_collections.ConfigDict()
   config.student.hidden_sizes = (64,)
   config.student.learning_rate = 1e-2
-  config.student.steps = 300
+  config.student.steps = 400
 
   # Offline distillation: (1 - weight) CE + weight T^2 D(teacher || student).
   config.kd = ml_collections.ConfigDict()
@@ -58,6 +58,6 @@ def get_config() -> ml_collections.ConfigDict:
   # Bookkeeping, in steps.
   config.log_every = 50  # Train metrics written to metrics.jsonl.
   config.eval_every = 0  # Test metrics during training; 0: only at the end.
-  config.checkpoint_every = 150
+  config.checkpoint_every = 200
   config.keep_checkpoints = 2
   return config
