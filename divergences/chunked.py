@@ -14,10 +14,11 @@ from divergences import categorical, generators
 
 Array = jax.Array
 
-# Elements of one [chunk, vocab] block when chunk_size is None. NOTE: chosen
-# from the chunk sweep in docs/benchmarks.md (2-core AMD EPYC, 1 MiB L2 per
-# core); accelerators probably prefer larger blocks.
-DEFAULT_CHUNK_ELEMENTS = 2**18
+# Entries of one [chunk, vocab] block when chunk_size is None: 512 KiB per
+# float32 input, so both inputs' blocks fit a 1 MiB L2 cache. NOTE: chosen
+# on a 2-core CPU where chunks of 1 to 32 rows timed within noise of each
+# other (docs/chunk_sizes.md); accelerators may prefer larger blocks.
+DEFAULT_CHUNK_ELEMENTS = 2**17
 
 
 def default_chunk_size(vocab_size: int, elements: int) -> int:
@@ -27,7 +28,7 @@ def default_chunk_size(vocab_size: int, elements: int) -> int:
 
 
 def check_chunk_size(chunk_size) -> int:
-  """Return ``chunk_size`` as an int; raise ValueError unless it is >= 1."""
+  """Return ``chunk_size``, raising unless it is an int >= 1."""
   if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
     raise TypeError(f"chunk_size must be an int, got {chunk_size!r}")
   if chunk_size < 1:
@@ -253,9 +254,10 @@ def chunked_divergence(
     where: boolean mask over rows, broadcastable to ``[tokens]``; masked
       rows return 0 with zero gradient.
     temperature: divides both logits before the softmax; must be > 0.
-    chunk_size: rows per chunk. The default keeps a chunk near
-      ``DEFAULT_CHUNK_ELEMENTS`` entries (8 rows at a vocabulary of 32,000).
-      The last chunk may be smaller.
+    chunk_size: rows per chunk. The default is the largest power of two
+      that keeps a chunk within ``DEFAULT_CHUNK_ELEMENTS`` entries: 4 rows
+      at a vocabulary of 32,000, 1 row at 128,000. When it does not divide
+      the rows, the last chunk overlaps the one before it.
     **params: generator parameters when ``divergence`` is a name, e.g.
       ``beta=0.3`` for js or ``alpha=0.5`` for alpha.
 

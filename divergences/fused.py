@@ -13,10 +13,11 @@ from divergences import categorical, chunked, generators
 
 Array = jax.Array
 
-# Elements of one [chunk, vocab] logits block when chunk_size is None. NOTE:
-# chosen from the chunk sweep in docs/benchmarks.md (2-core AMD EPYC);
-# larger blocks keep the matmuls efficient, smaller ones the caches.
-DEFAULT_CHUNK_ELEMENTS = 2**21
+# Entries of one [chunk, vocab] logits block when chunk_size is None: 128
+# rows at a vocabulary of 32,000. NOTE: on a 2-core CPU, chunks of 64 to 512
+# rows timed within noise of each other (docs/chunk_sizes.md), and the
+# temporary memory grows with the chunk; accelerators may prefer more rows.
+DEFAULT_CHUNK_ELEMENTS = 2**22
 
 
 def _check_shapes(p_hidden, p_kernel, q_hidden, q_kernel) -> None:
@@ -171,8 +172,10 @@ def fused_linear_divergence(
     where: boolean mask over rows, broadcastable to ``[tokens]``; masked
       rows return 0 with zero gradient.
     temperature: divides both logits before the softmax; must be > 0.
-    chunk_size: rows per chunk. The default keeps a chunk near
-      ``DEFAULT_CHUNK_ELEMENTS`` logits. The last chunk may be smaller.
+    chunk_size: rows per chunk. The default is the largest power of two
+      that keeps a chunk within ``DEFAULT_CHUNK_ELEMENTS`` logits: 128 rows
+      at a vocabulary of 32,000. When it does not divide the rows, the last
+      chunk overlaps the one before it.
     **params: generator parameters when ``divergence`` is a name, e.g.
       ``beta=0.3`` for js or ``alpha=0.5`` for alpha.
 
