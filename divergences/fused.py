@@ -13,11 +13,12 @@ from divergences import categorical, chunked, generators
 
 Array = jax.Array
 
-# Entries of one [chunk, vocab] logits block when chunk_size is None: 128
-# rows at a vocabulary of 32,000. NOTE: on a 2-core CPU, chunks of 64 to 512
-# rows timed within noise of each other (docs/chunk_sizes.md), and the
-# temporary memory grows with the chunk; accelerators may prefer more rows.
-DEFAULT_CHUNK_ELEMENTS = 2**22
+# Rows per chunk when chunk_size is None. Every chunk reads both kernels
+# whole, so the rows, not the vocabulary, set the matmul work per byte of
+# kernel read. NOTE: on a 2-core CPU, 64 to 512 rows timed within noise of
+# each other at a vocabulary of 32,000, and 128 rows beat 32 and 512 at
+# 128,000 (docs/chunk_sizes.md); accelerators may prefer more rows.
+DEFAULT_CHUNK_SIZE = 128
 
 
 def _check_shapes(p_hidden, p_kernel, q_hidden, q_kernel) -> None:
@@ -172,10 +173,9 @@ def fused_linear_divergence(
     where: boolean mask over rows, broadcastable to ``[tokens]``; masked
       rows return 0 with zero gradient.
     temperature: divides both logits before the softmax; must be > 0.
-    chunk_size: rows per chunk. The default is the largest power of two
-      that keeps a chunk within ``DEFAULT_CHUNK_ELEMENTS`` logits: 128 rows
-      at a vocabulary of 32,000. When it does not divide the rows, the last
-      chunk overlaps the one before it.
+    chunk_size: rows per chunk, ``DEFAULT_CHUNK_SIZE`` (128) by default.
+      Temporary memory grows as ``chunk_size * vocab``. When it does not
+      divide the rows, the last chunk overlaps the one before it.
     **params: generator parameters when ``divergence`` is a name, e.g.
       ``beta=0.3`` for js or ``alpha=0.5`` for alpha.
 
@@ -193,9 +193,8 @@ def fused_linear_divergence(
   row_shape = inputs[0].shape[:-1]
   mask = categorical.row_mask(where, row_shape).reshape(-1)
 
-  vocab = inputs[1].shape[1]
   if chunk_size is None:
-    chunk_size = chunked.default_chunk_size(vocab, DEFAULT_CHUNK_ELEMENTS)
+    chunk_size = DEFAULT_CHUNK_SIZE
   chunk_size = chunked.check_chunk_size(chunk_size)
   p_hidden, p_kernel, q_hidden, q_kernel = inputs
   flat = (
