@@ -14,11 +14,12 @@ from divergences import categorical, generators
 
 Array = jax.Array
 
-# Entries of one [chunk, vocab] block when chunk_size is None: 512 KiB per
-# float32 input, so both inputs' blocks fit a 1 MiB L2 cache. NOTE: chosen
-# on a 2-core CPU where chunks of 1 to 32 rows timed within noise of each
-# other (docs/chunk_sizes.md); accelerators may prefer larger blocks.
-DEFAULT_CHUNK_ELEMENTS = 2**17
+# Entries of one [chunk, vocab] block when chunk_size is None: 1 MiB per
+# float32 input. NOTE: chosen on a 2-core CPU with 1 MiB of L2 per core.
+# There, 8 to 32 rows (2^18 to 2^20 entries) were fastest at a vocabulary
+# of 32,000, and 1 to 4 rows (2^17 to 2^19) at 128,000, with differences
+# of 10 to 40% (docs/chunk_sizes.md). Accelerators may prefer more rows.
+DEFAULT_CHUNK_ELEMENTS = 2**18
 
 
 def default_chunk_size(vocab_size: int, elements: int) -> int:
@@ -237,13 +238,14 @@ def chunked_divergence(
   .. math::
     D_f(P \\| Q) = \\sum_i q_i f(p_i / q_i)
 
-  The values, limits and conventions are those of ``f_divergence``; only
-  the memory differs. Rows go through ``lax.scan`` ``chunk_size`` at a
-  time, and the custom VJP keeps the inputs and four per-row statistics
-  (the max and the shifted log-sum-exp of each side), recomputing each
-  chunk's log-probabilities in the backward pass. Temporary memory is
-  therefore a few ``[chunk_size, vocab]`` blocks plus ``[tokens]`` vectors,
-  instead of several ``[tokens, vocab]`` arrays.
+  The limits and conventions are those of ``f_divergence``, and values and
+  gradients agree with it up to rounding (the tests check 1e-5 and 1e-4
+  relative); only the memory differs. Rows go through ``lax.scan``
+  ``chunk_size`` at a time, and the custom VJP keeps the inputs and four
+  per-row statistics (the max and the shifted log-sum-exp of each side),
+  recomputing each chunk's log-probabilities in the backward pass.
+  Temporary memory is therefore a few ``[chunk_size, vocab]`` blocks plus
+  ``[tokens]`` vectors, instead of several ``[tokens, vocab]`` arrays.
 
   Args:
     divergence: a registry name (see ``generators.NAMES``) or a
@@ -255,8 +257,8 @@ def chunked_divergence(
       rows return 0 with zero gradient.
     temperature: divides both logits before the softmax; must be > 0.
     chunk_size: rows per chunk. The default is the largest power of two
-      that keeps a chunk within ``DEFAULT_CHUNK_ELEMENTS`` entries: 4 rows
-      at a vocabulary of 32,000, 1 row at 128,000. When it does not divide
+      that keeps a chunk within ``DEFAULT_CHUNK_ELEMENTS`` entries: 8 rows
+      at a vocabulary of 32,000, 2 rows at 128,000. When it does not divide
       the rows, the last chunk overlaps the one before it.
     **params: generator parameters when ``divergence`` is a name, e.g.
       ``beta=0.3`` for js or ``alpha=0.5`` for alpha.

@@ -153,14 +153,16 @@ def fused_linear_divergence(
     P = \\mathrm{softmax}(h_P W_P / T), \\;
     Q = \\mathrm{softmax}(h_Q W_Q / T)
 
-  The values, limits and conventions are those of ``f_divergence`` applied
-  to ``p_hidden @ p_kernel`` and ``q_hidden @ q_kernel``, except that the
-  logits are kept in float32 (float64 for float64 inputs) instead of being
-  rounded to the inputs' dtype. Rows go through ``lax.scan`` ``chunk_size``
-  at a time and each chunk computes its own logits, so temporary memory is
-  a few ``[chunk_size, vocab]`` blocks. The custom VJP saves the inputs and
-  per-row log-softmax statistics; the backward pass recomputes each chunk's
-  logits and accumulates the kernels' gradients in float32.
+  The limits and conventions are those of ``f_divergence`` applied to
+  ``p_hidden @ p_kernel`` and ``q_hidden @ q_kernel``, and values agree
+  with it up to rounding. The logits stay in float32 (float64 for float64
+  inputs) instead of being rounded to the inputs' dtype. Rows go through
+  ``lax.scan`` ``chunk_size`` at a time and each chunk computes its own
+  logits, so temporary memory is a few ``[chunk_size, vocab]`` blocks. The
+  custom VJP saves the inputs and per-row log-softmax statistics. The
+  backward pass recomputes each chunk's logits, so it runs one more pair
+  of matmuls than autodiff would, and accumulates the kernels' gradients
+  in float32.
 
   Args:
     divergence: a registry name (see ``generators.NAMES``) or a

@@ -196,6 +196,10 @@ class TestChunkedDivergence:
     np.testing.assert_allclose(value, expected, rtol=1e-5)
     np.testing.assert_allclose(mapped, expected, rtol=1e-5)
 
+  def test_no_rows_return_empty(self):
+    value = dv.chunked_divergence("kl", jnp.zeros((0, 5)), jnp.zeros((0, 5)))
+    assert value.shape == (0,)
+
   def test_jit_matches_eager(self, rng):
     p, q = _logits(rng, (ROWS, VOCAB)), _logits(rng, (ROWS, VOCAB))
     fn = lambda p, q: dv.chunked_divergence("kl", p, q, chunk_size=CHUNK)
