@@ -115,29 +115,30 @@ def temperature_grad(d_scaled, scaled, temperature, rows) -> Array:
 # The scan over row chunks.
 
 
-def scan_chunks(chunk_fn, num_rows: int, chunk_size: int, total):
+def scan_chunks(chunk_fn, num_rows: int, chunk_size: int):
   """Apply ``chunk_fn(take, fresh)`` to row chunks of a fixed size in a scan.
 
   ``take(x)`` slices the chunk's ``chunk_size`` rows out of a ``[num_rows,
   ...]`` array, and ``fresh`` (``[chunk_size]``, boolean) marks the rows no
   earlier chunk covered. ``chunk_fn`` returns ``(rows, increment)``: a
   pytree of ``[chunk_size, ...]`` arrays, written into ``[num_rows, ...]``
-  outputs, and a pytree added to ``total``. When ``chunk_size`` does not
+  outputs, and a pytree summed over chunks. When ``chunk_size`` does not
   divide ``num_rows``, the last chunk ends at the last row and overlaps the
   one before it, so every chunk has one shape and no input is padded. Its
   rewritten rows get the same values again; increments must leave out the
   rows that are not fresh.
 
   Returns:
-    ``(rows, total)``.
+    ``(rows, total)``: the ``[num_rows, ...]`` outputs and the sums.
   """
   chunk_size = min(chunk_size, num_rows)
   num_chunks = -(-num_rows // chunk_size)
   fresh = jnp.ones(chunk_size, bool)
-  shapes = jax.eval_shape(lambda: chunk_fn(_taker(0, chunk_size), fresh)[0])
-  rows = jax.tree.map(
-    lambda s: jnp.zeros((num_rows,) + s.shape[1:], s.dtype), shapes
+  rows_type, total_type = jax.eval_shape(
+    lambda: chunk_fn(_taker(0, chunk_size), fresh)
   )
+  rows = jax.tree.map(lambda t: _zeros((num_rows,) + t.shape[1:], t), rows_type)
+  total = jax.tree.map(lambda t: _zeros(t.shape, t), total_type)
 
   def body(carry, index):
     rows, total = carry
@@ -159,6 +160,40 @@ def _taker(start, size: int):
   return lambda x: lax.dynamic_slice_in_dim(x, start, size, axis=0)
 
 
+def varying_axes(x) -> frozenset[str]:
+  """Return the ``shard_map`` axes over which ``x`` varies, if any.
+
+  ``x`` is an array, a tracer or the output of ``jax.eval_shape``.
+  """
+  abstract = x if isinstance(x, jax.ShapeDtypeStruct) else jax.typeof(x)
+  manual = getattr(abstract, "manual_axis_type", None)
+  if manual is not None:
+    return frozenset(manual.varying)
+  # Some JAX releases name the same set ``vma``.
+  return frozenset(getattr(abstract, "vma", ()))
+
+
+def _zeros(shape, like) -> Array:
+  """Zeros that vary over the same ``shard_map`` axes as ``like``.
+
+  Inside ``shard_map`` a scan carry must keep its type, so an accumulator
+  that the chunks' device-varying values update must start out varying.
+  """
+  zeros = jnp.zeros(shape, like.dtype)
+  axes = tuple(sorted(varying_axes(like)))
+  return lax.pcast(zeros, axes, to="varying") if axes else zeros
+
+
+def sum_to_primal(cotangent: Array, primal: Array) -> Array:
+  """Sum a cotangent over the ``shard_map`` axes its primal does not vary on.
+
+  A replicated input (a kernel, the temperature) gets one gradient
+  contribution per device, which a custom VJP must add up itself.
+  """
+  axes = tuple(sorted(varying_axes(cotangent) - varying_axes(primal)))
+  return lax.psum(cotangent, axes) if axes else cotangent
+
+
 # The chunked divergence on logits.
 
 
@@ -171,7 +206,7 @@ def _forward(generator, chunk_size, divide, p_logits, q_logits, mask, temp):
     q_scaled = scale_logits(take(q_logits), chunk_mask, temp, divide, dtype)
     return chunk_value(generator, p_scaled, q_scaled, chunk_mask), ()
 
-  (value, stats), _ = scan_chunks(chunk_fn, mask.shape[0], chunk_size, ())
+  (value, stats), _ = scan_chunks(chunk_fn, mask.shape[0], chunk_size)
   return value, stats
 
 
@@ -215,9 +250,9 @@ def _chunked_rows_bwd(generator, chunk_size, divide, residuals, cotangent):
     grads = (d_p.astype(p_logits.dtype), d_q.astype(q_logits.dtype))
     return grads, d_temp
 
-  total = jnp.zeros((), temp.dtype)
-  (d_p, d_q), d_temp = scan_chunks(chunk_fn, mask.shape[0], chunk_size, total)
-  return d_p, d_q, None, d_temp
+  (d_p, d_q), d_temp = scan_chunks(chunk_fn, mask.shape[0], chunk_size)
+  d_p, d_q = sum_to_primal(d_p, p_logits), sum_to_primal(d_q, q_logits)
+  return d_p, d_q, None, sum_to_primal(d_temp, temp)
 
 
 _chunked_rows.defvjp(_chunked_rows_fwd, _chunked_rows_bwd)
@@ -246,6 +281,10 @@ def chunked_divergence(
   recomputing each chunk's log-probabilities in the backward pass.
   Temporary memory is therefore a few ``[chunk_size, vocab]`` blocks plus
   ``[tokens]`` vectors, instead of several ``[tokens, vocab]`` arrays.
+
+  NOTE: with rows sharded across devices, call it inside ``jax.shard_map``
+  so that each device scans its own rows. Under a plain ``jax.jit``, XLA
+  gathers every row onto every device for the scan's slices.
 
   Args:
     divergence: a registry name (see ``generators.NAMES``) or a

@@ -74,9 +74,7 @@ def _forward(generator, chunk_size, divide, inputs, mask, temp):
     )
     return chunked.chunk_value(generator, p_scaled, q_scaled, chunk_mask), ()
 
-  (value, stats), _ = chunked.scan_chunks(
-    chunk_fn, mask.shape[0], chunk_size, ()
-  )
+  (value, stats), _ = chunked.scan_chunks(chunk_fn, mask.shape[0], chunk_size)
   return value, stats
 
 
@@ -122,13 +120,15 @@ def _fused_rows_bwd(generator, chunk_size, divide, residuals, cotangent):
     )
     return d_hidden, (d_kernel, d_temp)
 
-  total = (tuple(jnp.zeros_like(k) for k in kernels), jnp.zeros((), temp.dtype))
   (d_p_hidden, d_q_hidden), (d_kernel, d_temp) = chunked.scan_chunks(
-    chunk_fn, mask.shape[0], chunk_size, total
+    chunk_fn, mask.shape[0], chunk_size
   )
   grads = (d_p_hidden, d_kernel[0], d_q_hidden, d_kernel[1])
-  grads = tuple(g.astype(x.dtype) for g, x in zip(grads, inputs, strict=True))
-  return grads, None, d_temp
+  grads = tuple(
+    chunked.sum_to_primal(g.astype(x.dtype), x)
+    for g, x in zip(grads, inputs, strict=True)
+  )
+  return grads, None, chunked.sum_to_primal(d_temp, temp)
 
 
 _fused_rows.defvjp(_fused_rows_fwd, _fused_rows_bwd)
@@ -162,7 +162,12 @@ def fused_linear_divergence(
   custom VJP saves the inputs and per-row log-softmax statistics. The
   backward pass recomputes each chunk's logits, so it runs one more pair
   of matmuls than autodiff would, and accumulates the kernels' gradients
-  in float32.
+  in float32. Inside ``jax.shard_map`` the gradients of replicated inputs
+  are summed over devices.
+
+  NOTE: with rows sharded across devices, call it inside ``jax.shard_map``
+  as for ``chunked_divergence``; under a plain ``jax.jit`` XLA gathers the
+  hidden states onto every device.
 
   Args:
     divergence: a registry name (see ``generators.NAMES``) or a
