@@ -422,7 +422,7 @@ def table_row(result: Result, results, bandwidth: float) -> str:
     str(result.tokens),
     str(result.vocab),
     str(result.hidden or "-"),
-    str(result.chunk_size or "default"),
+    _chunk_label(result),
     f"{result.temp_bytes / _MIB:,.1f}",
     _ratio(result.temp_bytes, base.temp_bytes if base else None),
     f"{seconds:.3f}" if seconds is not None else "-",
@@ -434,6 +434,20 @@ def table_row(result: Result, results, bandwidth: float) -> str:
     result.note,
   ]
   return "| " + " | ".join(cells) + " |"
+
+
+def _chunk_label(result: Result) -> str:
+  """Return the rows per chunk, marking the library's default."""
+  if result.chunk_size is not None:
+    return str(min(result.chunk_size, result.tokens))
+  if result.form == "chunked":
+    elements = dv.chunked.DEFAULT_CHUNK_ELEMENTS
+    rows = dv.chunked.default_chunk_size(result.vocab, elements)
+  elif result.form == "fused":
+    rows = dv.fused.DEFAULT_CHUNK_SIZE
+  else:
+    return "-"
+  return f"{min(rows, result.tokens)} (default)"
 
 
 def _value_check(result: Result, base: Result | None) -> str:
