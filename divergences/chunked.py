@@ -15,10 +15,11 @@ from divergences import categorical, generators
 Array = jax.Array
 
 # Entries of one [chunk, vocab] block when chunk_size is None: 1 MiB per
-# float32 input. NOTE: chosen on a 2-core CPU with 1 MiB of L2 per core.
-# There, 8 to 32 rows (2^18 to 2^20 entries) were fastest at a vocabulary
-# of 32,000, and 1 to 4 rows (2^17 to 2^19) at 128,000, with differences
-# of 10 to 40% (docs/chunk_sizes.md). Accelerators may prefer more rows.
+# float32 input, which gives 8 rows at a vocabulary of 32,000 and 2 rows at
+# 128,000. NOTE: chosen on a 2-core CPU with 1 MiB of L2 per core. There,
+# at 32,000, times for 1 to 32 rows varied by up to 60% with no trend in
+# the chunk size, and at 128,000, 16 or 32 rows took up to 55% longer than
+# 1 to 4 rows (docs/chunk_sizes.md). Accelerators may prefer more rows.
 DEFAULT_CHUNK_ELEMENTS = 2**18
 
 
@@ -87,8 +88,8 @@ def chunk_value(generator, p_scaled, q_scaled, mask):
 def chunk_logit_grads(generator, p_scaled, q_scaled, stats, row_cotangent):
   """Return the gradients of sum_r c_r D_r w.r.t. both scaled logits.
 
-  With g = dt/dlog p for the per-entry terms t, d/ds of a log-softmax is
-  g - p sum_i g_i; the same holds for Q.
+  With g = dt/dlog p for the per-entry terms t, the gradient through the
+  log-softmax is g - p sum_i g_i. The same holds for Q.
   """
   log_p = log_probs(p_scaled, stats[:2])
   log_q = log_probs(q_scaled, stats[2:])
@@ -169,7 +170,8 @@ def varying_axes(x) -> frozenset[str]:
   manual = getattr(abstract, "manual_axis_type", None)
   if manual is not None:
     return frozenset(manual.varying)
-  # Some JAX releases name the same set ``vma``.
+  # NOTE: checked with JAX 0.10 only; ``vma`` is a guess at the name that
+  # older releases give the same set.
   return frozenset(getattr(abstract, "vma", ()))
 
 
@@ -273,9 +275,9 @@ def chunked_divergence(
   .. math::
     D_f(P \\| Q) = \\sum_i q_i f(p_i / q_i)
 
-  The limits and conventions are those of ``f_divergence``, and values and
+  The limits and conventions are those of ``f_divergence``. Values and
   gradients agree with it up to rounding (the tests check 1e-5 and 1e-4
-  relative); only the memory differs. Rows go through ``lax.scan``
+  relative), and only the memory differs. Rows go through ``lax.scan``
   ``chunk_size`` at a time, and the custom VJP keeps the inputs and four
   per-row statistics (the max and the shifted log-sum-exp of each side),
   recomputing each chunk's log-probabilities in the backward pass.

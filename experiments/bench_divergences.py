@@ -235,8 +235,8 @@ def time_calls(compiled, args, repeats: int, budget: float):
   """Return the loss value and the wall times of up to ``repeats`` calls.
 
   The first call is a warm-up unless it takes ``_SLOW_SECONDS`` or more:
-  compilation happened ahead of time, and the few milliseconds of one-time
-  setup do not matter next to such a call.
+  compilation happened ahead of time, and one-time setup is small next to
+  such a call.
   """
   start = time.perf_counter()
   value, _ = jax.block_until_ready(compiled(*args))
@@ -602,9 +602,10 @@ def main(argv):
 def _command_line() -> str:
   """Return the command of this run, with the flags that were given."""
   module = flags.FLAGS.find_module_defining_flag(_MODE.name)
-  given = [f for f in flags.FLAGS.get_flags_for_module(module) if f.present]
+  present = [f for f in flags.FLAGS.get_flags_for_module(module) if f.present]
   return " ".join(
-    ["python -m experiments.bench_divergences"] + [f.serialize() for f in given]
+    ["python -m experiments.bench_divergences"]
+    + [f.serialize() for f in present]
   )
 
 
