@@ -131,7 +131,7 @@ def generator_terms(
   Where both are positive the generator's log-space ``terms`` is used;
   where only q is positive the value is q f(0); where only p is positive it
   is p lim_{u->inf} f(u)/u; where both are zero it is 0. The unused branch
-  sees finite inputs, so gradients stay finite.
+  receives finite inputs, so gradients stay finite.
   """
   p_pos = log_p > -jnp.inf
   q_pos = log_q > -jnp.inf
